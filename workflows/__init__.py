@@ -1,0 +1,1 @@
+"""DolphinScheduler definitions of the train and deploy workflows; pyds.py submits and starts them."""
