@@ -73,7 +73,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="column with the input text (default: %(default)s)")
     parser.add_argument("--label-column", default="label", type=arg_type(validate_column, "--label-column"),
                         help="column with the label, string or integer (default: %(default)s)")
-    parser.add_argument("--max-seq-length", default=256, type=arg_type(validate_int, "--max-seq-length", 8, 8192),
+    parser.add_argument("--max-seq-length", default=128, type=arg_type(validate_int, "--max-seq-length", 8, 8192),
                         help="truncate texts to this many tokens; clamped to the model's maximum (default: %(default)s)")
     parser.add_argument("--max-samples", default=0, type=arg_type(validate_int, "--max-samples", 0, 10**9),
                         help="use at most this many training rows, picked stratified and seeded; 0 means all "
@@ -135,7 +135,7 @@ def load_label_folder(source: LocalSource, args: argparse.Namespace):
                 texts.append(text)
                 labels.append(label_dir.name)
     logger.info("read %d text files from %d label folders under %s", len(texts), len(set(labels)), source.path)
-    # The folder layout fixes the column names, whatever --text-column and --label-column say.
+    # The folder layout fixes the column names and overrides --text-column and --label-column.
     args.text_column, args.label_column = "text", "label"
     return DatasetDict({"train": Dataset.from_dict({"text": texts, "label": labels})})
 
@@ -159,7 +159,12 @@ def load_files(source: LocalSource):
     data_files: dict[str, list[str]] = {}
     for file in files:
         stem = file.stem.lower()
-        split = "validation" if stem in ("dev", "valid", "val") else stem if stem in SPLITS else "train"
+        if stem in ("dev", "valid", "val"):
+            split = "validation"
+        elif stem in SPLITS:
+            split = stem
+        else:
+            split = "train"
         data_files.setdefault(split, []).append(str(file))
     return load_dataset(builders.pop(), data_files=data_files)
 

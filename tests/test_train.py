@@ -50,7 +50,8 @@ def test_train_resumes_from_last_checkpoint(prepared_run, caplog):
     caplog.clear()
     # A retry with the same run key picks up the saved checkpoint instead of starting again.
     train.main(train_args(prepared_run, "--epochs", "2"))
-    assert "resuming from" in caplog.text and "checkpoint-" in caplog.text
+    assert "resuming from" in caplog.text
+    assert "checkpoint-" in caplog.text
     history = json.loads((prepared_run / "r1" / "train" / "history.json").read_text())
     assert [record["epoch"] for record in history] == [1, 2]
 

@@ -181,9 +181,9 @@ def test_deploy_outputs_feed_later_tasks(deploy_workflow) -> None:
     tasks = definitions(deploy_workflow)
 
     outputs = {(item["prop"], item["direct"]) for item in tasks["fetch_model"]["taskParams"]["localParams"]}
-    assert outputs == {("model_dir", "OUT"), ("model_version", "OUT")}
+    assert outputs == {("model_dir", "OUT"), ("fetched_model_version", "OUT")}
     assert dict(script_options(tasks["update_model"]["taskParams"]["rawScript"]))["--model-dir"] == "${model_dir}"
-    assert dict(script_options(tasks["test_service"]["taskParams"]["rawScript"]))["--model-version"] == "${model_version}"
+    assert dict(script_options(tasks["test_service"]["taskParams"]["rawScript"]))["--model-version"] == "${fetched_model_version}"
 
 
 def test_deploy_network_tasks_retry_and_time_out(deploy_workflow) -> None:

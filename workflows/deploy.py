@@ -3,7 +3,7 @@
     fetch_model ──> check_service ──> update_model ──> test_service
 
 - fetch_model: resolve `model_name` / `model_version` (number, alias or latest) in MLflow and download it
-  into <models_dir>/<model name>/<version>/; outputs `model_dir` and `model_version` (the number)
+  into <models_dir>/<model name>/<version>/; outputs `model_dir` and `fetched_model_version` (the number)
 - check_service: wait until `service_url` answers /health
 - update_model: make the service load `model_dir`; the admin token comes from PREDICT_ADMIN_TOKEN,
   which the DS environment exports, never from a parameter
@@ -80,7 +80,7 @@ def create_workflow(
             ("--models-dir", param("models_dir")),
             ("--workspace", param("workspace")),
             ("--run-key", param(WORKFLOW_INSTANCE_ID)),
-        ], FETCH_MODEL, output_params={"model_dir": "", "model_version": ""})
+        ], FETCH_MODEL, output_params={"model_dir": "", "fetched_model_version": ""})
 
         check_service = network_task("check_service", [
             ("--service-url", param("service_url")),
@@ -93,14 +93,12 @@ def create_workflow(
             ("--run-key", param(WORKFLOW_INSTANCE_ID)),
         ], UPDATE_MODEL)
 
-        # NOTE: in DS 3.2.2 a start parameter outranks an upstream output parameter of the same name
-        # (CuringParamsServiceImpl.paramParsingPreparation). A run started with model_version=production
-        # passes "production" here instead of fetch_model's number, which test_service accepts as an alias;
-        # a run started with model_version=latest fails here, because latest is no alias.
+        # fetch_model's number, not the model_version parameter: a start parameter outranks an upstream
+        # output of the same name in DS 3.2.2 (CuringParamsServiceImpl), and the parameter may be an alias.
         test_service = network_task("test_service", [
             ("--service-url", param("service_url")),
             ("--model-name", param("model_name")),
-            ("--model-version", param("model_version")),
+            ("--model-version", param("fetched_model_version")),
         ], TEST_SERVICE)
 
         fetch_model >> check_service >> update_model >> test_service
