@@ -37,9 +37,9 @@ from sources import describe_hub_failure, resolve_model
 logger = logging.getLogger("train")
 
 # Chosen with benchmarks/train_throughput.py on BBC news with MiniLM-L6; see docs/benchmarks.md.
-DEFAULT_EPOCHS = 3
-DEFAULT_BATCH_SIZE = 16
-DEFAULT_LEARNING_RATE = 1e-4
+DEFAULT_EPOCHS = 1
+DEFAULT_BATCH_SIZE = 8
+DEFAULT_LEARNING_RATE = 2e-4
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     id2label = {index: name for name, index in label2id.items()}
 
     from datasets import load_from_disk
-    from transformers import DataCollatorWithPadding, Trainer, TrainingArguments, set_seed
+    from transformers import DataCollatorWithPadding, PrinterCallback, Trainer, TrainingArguments, set_seed
 
     set_seed(args.seed)
     dataset = load_from_disk(prepared["dataset_dir"])
@@ -207,6 +207,10 @@ def main(argv: list[str] | None = None) -> int:
         data_collator=DataCollatorWithPadding(tokenizer),
         compute_metrics=compute_metrics,
     )
+
+    if training_args.disable_tqdm:
+        # Without progress bars the Trainer prints each log dict to stdout; the epoch lines below say the same.
+        trainer.remove_callback(PrinterCallback)
 
     resume_from = last_complete_checkpoint(work_dir / "checkpoints")
     if resume_from:

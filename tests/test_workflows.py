@@ -387,3 +387,23 @@ def test_pyds_start_request_body(tmp_path: Path, recording_server) -> None:
     assert json.loads(start["fields"]["startParams"]) == {"epochs": "1", "dataset_name": hostile}
     assert requests[4]["path"] == "/dolphinscheduler/projects/77/process-instances/trigger"
     assert requests[4]["fields"] == {"triggerCode": "9001"}
+
+
+def test_train_param_defaults_match_task_defaults():
+    # DS passes every global parameter explicitly, so a stale default here would override the task's.
+    import preprocess
+    import train
+
+    from workflows.params import TRAIN_PARAMS
+
+    defaults = {param.name: param.default for param in TRAIN_PARAMS}
+    preprocess_args = preprocess.parse_args(["--run-key", "x"])
+    train_args = train.parse_args(["--run-key", "x"])
+    assert int(defaults["max_seq_length"]) == preprocess_args.max_seq_length
+    assert int(defaults["max_samples"]) == preprocess_args.max_samples
+    assert int(defaults["seed"]) == preprocess_args.seed
+    assert float(defaults["epochs"]) == train_args.epochs
+    assert int(defaults["batch_size"]) == train_args.batch_size
+    assert float(defaults["learning_rate"]) == train_args.learning_rate
+    assert defaults["dataset_name"] == preprocess_args.dataset_name
+    assert defaults["pretrained_model"] == preprocess_args.pretrained_model
