@@ -14,59 +14,14 @@ import json
 import os
 import shlex
 import sys
-import urllib.error
-import urllib.parse
-import urllib.request
-from typing import Any
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from workflows.ds_rest import DolphinSchedulerApi, RestError  # noqa: E402 - the repository root is put on the path above
 
 
-class RestError(RuntimeError):
-    """A DolphinScheduler REST call failed or returned a non-zero code."""
-
-
-class DolphinSchedulerRest:
-    """Minimal form-encoded client for the DolphinScheduler REST API with a login session."""
-
-    def __init__(self, base_url: str, timeout: float = 30.0) -> None:
-        self.base_url = base_url.rstrip("/")
-        self.timeout = timeout
-        self.session_id: str | None = None
-
-    def call(self, method: str, path: str, fields: dict[str, Any] | None = None) -> Any:
-        """Send one request and return the `data` member of the DolphinScheduler result."""
-        url = f"{self.base_url}{path}"
-        body = None
-        encoded = urllib.parse.urlencode(fields or {})
-        if method == "GET":
-            if encoded:
-                url = f"{url}?{encoded}"
-        else:
-            body = encoded.encode()
-        request = urllib.request.Request(url, data=body, method=method)
-        request.add_header("Content-Type", "application/x-www-form-urlencoded")
-        if self.session_id:
-            request.add_header("sessionId", self.session_id)
-        try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                payload = json.load(response)
-        except urllib.error.HTTPError as error:
-            detail = error.read().decode(errors="replace")[:300]
-            raise RestError(f"{method} {url} failed with HTTP {error.code}: {detail}") from error
-        except urllib.error.URLError as error:
-            raise RestError(
-                f"cannot reach {url}: {error.reason}. Is DolphinScheduler running "
-                "(scripts/dolphinscheduler.sh status) and is DS_API_URL right?"
-            ) from error
-        if payload.get("code") != 0:
-            raise RestError(f"{method} {path} returned code {payload.get('code')}: {payload.get('msg')}")
-        return payload.get("data")
-
-    def login(self, user: str, password: str) -> None:
-        data = self.call("POST", "/login", {"userName": user, "userPassword": password})
-        self.session_id = data["sessionId"]
-
-
-def ensure_tenant(admin: DolphinSchedulerRest, tenant_code: str, queue_name: str) -> int:
+def ensure_tenant(admin: DolphinSchedulerApi, tenant_code: str, queue_name: str) -> int:
     """Return the id of the tenant, creating it on the named queue when missing."""
     for tenant in admin.call("GET", "/tenants/list"):
         if tenant["tenantCode"] == tenant_code:
@@ -85,7 +40,7 @@ def ensure_tenant(admin: DolphinSchedulerRest, tenant_code: str, queue_name: str
     return tenant["id"]
 
 
-def ensure_user(admin: DolphinSchedulerRest, name: str, password: str, tenant_id: int, queue: str) -> None:
+def ensure_user(admin: DolphinSchedulerApi, name: str, password: str, tenant_id: int, queue: str) -> None:
     """Create the workflow user when missing. An existing user is left unchanged."""
     page = admin.call("GET", "/users/list-paging", {"pageNo": 1, "pageSize": 100, "searchVal": name})
     if any(user["userName"] == name for user in page["totalList"]):
@@ -106,7 +61,7 @@ def ensure_user(admin: DolphinSchedulerRest, name: str, password: str, tenant_id
     print(f"created user {name!r}")
 
 
-def ensure_project(owner: DolphinSchedulerRest, project_name: str) -> int:
+def ensure_project(owner: DolphinSchedulerApi, project_name: str) -> int:
     """Return the code of the project visible to the logged-in user, creating it when missing."""
     for project in owner.call("GET", "/projects/list"):
         if project["name"] == project_name:
@@ -117,7 +72,7 @@ def ensure_project(owner: DolphinSchedulerRest, project_name: str) -> int:
     return project["code"]
 
 
-def ensure_environment(admin: DolphinSchedulerRest, name: str, config: str, worker_group: str) -> int:
+def ensure_environment(admin: DolphinSchedulerApi, name: str, config: str, worker_group: str) -> int:
     """Return the code of the environment, creating or updating it so that config and worker group match."""
     expected_groups = [worker_group]
     fields = {
@@ -148,13 +103,13 @@ def main() -> int:
     user, password = env["DS_USER"], env["DS_PASSWORD"]
 
     try:
-        admin = DolphinSchedulerRest(api_url)
+        admin = DolphinSchedulerApi(api_url)
         admin.login(admin_user, admin_password)
         tenant_id = ensure_tenant(admin, env["DS_TENANT"], env["DS_QUEUE"])
         owner = admin
         if user != admin_user:
             ensure_user(admin, user, password, tenant_id, env["DS_QUEUE"])
-            owner = DolphinSchedulerRest(api_url)
+            owner = DolphinSchedulerApi(api_url)
             owner.login(user, password)
         ensure_project(owner, env["DS_PROJECT"])
         ensure_environment(
