@@ -157,7 +157,13 @@ def check_gateway(address: str, port: int, timeout: float) -> None:
 
 
 def submit(args: argparse.Namespace) -> int:
-    from pydolphinscheduler import configuration
+    try:
+        from pydolphinscheduler import configuration
+    except ImportError:
+        raise SystemExit(
+            f"error: pydolphinscheduler is not installed for {sys.executable}. Run pyds.py with the project's "
+            "environment: .venv/bin/python pyds.py (after make venv), or source .venv/bin/activate first."
+        ) from None
 
     check_gateway(configuration.JAVA_GATEWAY_ADDRESS, configuration.JAVA_GATEWAY_PORT, args.connect_timeout)
     # Imported after the check: importing pydolphinscheduler's gateway module connects to it.

@@ -19,6 +19,12 @@ set -euo pipefail
 repo_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo_dir"
 demo_dir="${DEMO_DIR:-$repo_dir/.demo}"
+ports_file="$demo_dir/ports.env"
+# `stop` uses the ports the demo was started with, whatever the environment says now.
+if [[ "${1:-}" == "stop" && -f "$ports_file" ]]; then
+    DEMO_MLFLOW_PORT="$(sed -n 's/^DEMO_MLFLOW_PORT=//p' "$ports_file")"
+    DEMO_SERVICE_PORT="$(sed -n 's/^DEMO_SERVICE_PORT=//p' "$ports_file")"
+fi
 mlflow_port="${DEMO_MLFLOW_PORT:-5000}"
 service_port="${DEMO_SERVICE_PORT:-8000}"
 model_name="${DEMO_MODEL_NAME:-bbc-news-topic}"
@@ -28,7 +34,8 @@ python="$repo_dir/.venv/bin/python"
 mlflow_uri="http://127.0.0.1:$mlflow_port"
 service_url="http://127.0.0.1:$service_port"
 service_pid_file="$demo_dir/service.pid"
-export MLFLOW_HOME="$demo_dir/mlflow" MLFLOW_PORT="$mlflow_port" PYTHON="$python"
+# The demo's MLflow keeps its data in .demo/mlflow, apart from the one scripts/mlflow_server.sh starts by hand.
+export MLFLOW_HOME="$demo_dir/mlflow" MLFLOW_PORT="$mlflow_port" PYTHON="$python" PORT_VARIABLE=DEMO_MLFLOW_PORT
 
 step() { printf '\n==> %s\n' "$*"; }
 fail() { printf 'error: %s\n' "$*" >&2; exit 1; }
@@ -44,12 +51,16 @@ stop_demo() {
         scripts/dolphinscheduler.sh stop || true
         rm -f "$demo_dir/dolphinscheduler.started"
     fi
+    rm -f "$ports_file"
 }
 
 start_service() {
     if [[ -f "$service_pid_file" ]] && kill -0 "$(cat "$service_pid_file")" 2>/dev/null; then
         echo "prediction service already running at $service_url"
         return
+    fi
+    if curl -s -o /dev/null "$service_url/health"; then
+        fail "port $service_port on 127.0.0.1 is taken by another process; set DEMO_SERVICE_PORT to a free port"
     fi
     if [[ ! -s "$demo_dir/admin.token" ]]; then
         (umask 077 && "$python" -c "import secrets; print(secrets.token_hex(24))" >"$demo_dir/admin.token")
@@ -145,9 +156,11 @@ EOF
 Where to look next:
   MLflow UI            $mlflow_uri  (experiment and registered model $model_name)
   prediction service   $service_url/docs  (GET /model, GET /metrics)
-  DolphinScheduler     http://127.0.0.1:12345/dolphinscheduler  (REST API; only when it runs)
-  stop everything      scripts/demo.sh stop
+  stop everything      make stop  (or scripts/demo.sh stop)
 EOF
+    if [[ "$runner" == "dolphinscheduler" ]]; then
+        echo "  DolphinScheduler     http://127.0.0.1:12345/dolphinscheduler  (REST API)"
+    fi
 }
 
 if [[ "${1:-}" == "stop" ]]; then
@@ -157,6 +170,7 @@ fi
 [[ -x "$python" ]] || make -C "$repo_dir" venv
 mkdir -p "$demo_dir"
 command -v curl >/dev/null || fail "curl is needed: apt-get install curl"
+printf 'DEMO_MLFLOW_PORT=%s\nDEMO_SERVICE_PORT=%s\n' "$mlflow_port" "$service_port" >"$ports_file"
 
 step "MLflow tracking server"
 scripts/mlflow_server.sh start
@@ -164,11 +178,11 @@ step "prediction service"
 start_service
 
 if [[ "$runner" != "local" ]]; then
-    step "DolphinScheduler 3.2.2 install (cached after the first run)"
+    step "DolphinScheduler 3.2.2 install from Maven Central (jars cached in ~/.m2 once resolved)"
     if scripts/dolphinscheduler.sh install; then
         runner=dolphinscheduler
     elif [[ "$runner" == "dolphinscheduler" ]]; then
-        fail "DolphinScheduler could not be installed; see the message above"
+        fail "DolphinScheduler could not be installed; see the message above. MLflow and the service still run: make stop"
     else
         cat >&2 <<'EOF'
 

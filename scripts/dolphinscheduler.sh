@@ -129,6 +129,9 @@ run_maven() {
         log "Maven failed to $description. Lines from $MAVEN_LOG:" >&2
         grep -E 'Could not (find|resolve|transfer)|was not found|Unknown host|Connection|ERROR\] Failed' "$MAVEN_LOG" \
             | sed 's/\x1b\[[0-9;]*m//g' | sort -u | head -n 15 >&2 || true
+        if grep -q "Could not find artifact $DS_GROUP:dolphinscheduler-standalone-server" "$MAVEN_LOG"; then
+            die "install failed: Maven Central does not publish $DS_GROUP:dolphinscheduler-standalone-server:$DS_VERSION (it had only version 3.1.1 of it in December 2026). Add a Maven repository that carries the $DS_VERSION jars to ~/.m2/settings.xml, or use an existing DolphinScheduler 3.2.x cluster with ./init_pyds.sh (see README.md). Full output: $MAVEN_LOG"
+        fi
         die "install failed. Check that Maven Central (https://repo.maven.apache.org/maven2) is reachable and that $DS_GROUP:dolphinscheduler-standalone-server:$DS_VERSION and its dependencies are published there. Full output: $MAVEN_LOG"
     fi
 }

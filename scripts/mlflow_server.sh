@@ -10,6 +10,7 @@
 #   MLFLOW_BACKEND_STORE_URI   backend store (default sqlite:///$MLFLOW_HOME/mlflow.db); a team points it at
 #                  PostgreSQL, e.g. postgresql://user:password@db-host/mlflow
 #   MLFLOW_ARTIFACTS_DESTINATION   artifact store (default $MLFLOW_HOME/artifacts); s3://bucket/path for a team
+#   MLFLOW_WORKERS server worker processes (default 1; MLflow's own default of 4 takes about 3 GB)
 #   PYTHON         interpreter with mlflow installed (default <repo>/.venv/bin/python, else python3)
 set -euo pipefail
 
@@ -18,6 +19,7 @@ port="${MLFLOW_PORT:-5000}"
 home="${MLFLOW_HOME:-$repo_dir/.mlflow}"
 backend="${MLFLOW_BACKEND_STORE_URI:-sqlite:///$home/mlflow.db}"
 artifacts="${MLFLOW_ARTIFACTS_DESTINATION:-$home/artifacts}"
+workers="${MLFLOW_WORKERS:-1}"
 python="${PYTHON:-$repo_dir/.venv/bin/python}"
 [[ -x "$python" ]] || python="$(command -v python3)"
 pid_file="$home/mlflow-$port.pid"
@@ -39,12 +41,12 @@ with socket.socket() as sock:
     sys.exit(0 if sock.connect_ex(("127.0.0.1", int(sys.argv[1]))) == 0 else 1)
 EOF
     then
-        echo "error: port $port on 127.0.0.1 is taken by another process; set MLFLOW_PORT to a free port" >&2
+        echo "error: port $port on 127.0.0.1 is taken by another process (not the MLflow of $home); set ${PORT_VARIABLE:-MLFLOW_PORT} to a free port" >&2
         exit 1
     fi
     mkdir -p "$home" "$artifacts"
     # setsid puts the server in its own process group, so stop ends its gunicorn/uvicorn workers too.
-    setsid "$python" -m mlflow server --host 127.0.0.1 --port "$port" \
+    setsid "$python" -m mlflow server --host 127.0.0.1 --port "$port" --workers "$workers" \
         --backend-store-uri "$backend" --artifacts-destination "$artifacts" \
         >"$log_file" 2>&1 </dev/null &
     echo $! >"$pid_file"
@@ -67,7 +69,7 @@ EOF
 
 stop() {
     if ! is_running; then
-        echo "MLflow is not running on port $port"
+        echo "MLflow of $home is not running on port $port"
         rm -f "$pid_file"
         return 0
     fi

@@ -47,8 +47,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.alias.isdigit() or args.alias == "latest":
         raise TaskError(f"invalid value for --alias: {args.alias!r}; an alias must not be a number or 'latest'")
 
-    from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
+    try:
+        from mlflow.exceptions import MlflowException
+        from mlflow.tracking import MlflowClient
+    except ImportError:
+        raise TaskError(f"mlflow is not installed for {sys.executable}; run this with .venv/bin/python") from None
 
     client = MlflowClient(tracking_uri=args.remote_server_uri)
     try:

@@ -145,7 +145,8 @@ def arg_type(validator: Callable[..., Any], option: str, *bounds: Any) -> Callab
         try:
             return validator(option, value, *bounds)
         except TaskError as error:
-            raise argparse.ArgumentTypeError(str(error)) from None
+            # argparse already names the option, so drop the "invalid value for OPTION:" prefix.
+            raise argparse.ArgumentTypeError(str(error).replace(f"invalid value for {option}: ", "invalid value ")) from None
 
     convert.__name__ = option.lstrip("-").replace("-", "_")
     return convert
@@ -183,9 +184,8 @@ def make_run_key() -> str:
 
 
 def run_folder(workspace: str | Path, run_key: str) -> Path:
-    folder = Path(workspace).expanduser().resolve() / run_key
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
+    """Return the run's folder; the writers create it, so a run that fails early leaves nothing behind."""
+    return Path(workspace).expanduser().resolve() / run_key
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -110,8 +110,8 @@ def main(argv: list[str] | None = None) -> int:
         # The GET form is what a DS HTTP task sends, so it is checked as well.
         check_predictions([client.predict_one(texts[0])], texts[:1], labels, args.model_name, version)
 
-    logger.info("smoke test passed: %s version %s answered %d texts with labels from %s",
-                args.model_name, version, len(texts) + 1, json.dumps(sorted(labels)))
+    logger.info("smoke test passed: %s version %s answered %d texts by POST /predict and 1 by GET /predict, "
+                "with labels from %s", args.model_name, version, len(texts), json.dumps(sorted(labels)))
     return 0
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -119,6 +119,57 @@ def load_model(reference: str, label2id: dict[str, int]):
     return tokenizer, model
 
 
+def progress_callback():
+    """Build a Trainer callback that logs progress about every 10 % of the steps, with an ETA.
+
+    DS task logs show no progress bars, and one epoch on a CPU can take many minutes.
+    """
+    from transformers import TrainerCallback
+
+    class ProgressLog(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.started = time.perf_counter()
+            self.first_step = state.global_step
+            self.every = max(1, state.max_steps // 10)
+
+        def on_step_end(self, args, state, control, **kwargs):
+            done = state.global_step - self.first_step
+            if state.global_step % self.every and state.global_step != state.max_steps:
+                return
+            elapsed = time.perf_counter() - self.started
+            remaining = elapsed / max(done, 1) * (state.max_steps - state.global_step)
+            logger.info("step %d of %d (epoch %.2f), %.0f s elapsed, about %.0f s left", state.global_step,
+                        state.max_steps, state.epoch or 0.0, elapsed, remaining)
+
+    return ProgressLog()
+
+
+def training_identity(args: argparse.Namespace, pretrained_model: str, prepared: dict) -> dict:
+    """Describe what a checkpoint was trained with, so a retry resumes only the same training."""
+    return {
+        "pretrained_model": pretrained_model,
+        "dataset_fingerprint": prepared["dataset_fingerprint"],
+        "max_seq_length": prepared["max_seq_length"],
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "learning_rate": args.learning_rate,
+        "seed": args.seed,
+    }
+
+
+def prepare_work_dir(work_dir: Path, identity: dict) -> None:
+    """Keep the checkpoints of an earlier attempt only when it trained with the same settings."""
+    identity_file = work_dir / "training.json"
+    if work_dir.exists():
+        earlier = json.loads(identity_file.read_text(encoding="utf-8")) if identity_file.is_file() else None
+        if earlier != identity:
+            logger.warning("discarding checkpoints in %s: they were trained with other settings (%s)", work_dir,
+                           earlier)
+            shutil.rmtree(work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(identity_file, identity)
+
+
 def epoch_history(log_history: list[dict]) -> list[dict]:
     """Merge the Trainer's log entries into one record per epoch: train loss and validation metrics."""
     epochs: dict[int, dict] = {}
@@ -177,6 +228,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # Checkpoints live at a fixed path inside the run folder so that a retried task finds them.
     work_dir = run_dir / "train-work"
+    prepare_work_dir(work_dir, training_identity(args, pretrained_model, prepared))
     training_args = TrainingArguments(
         output_dir=str(work_dir / "checkpoints"),
         num_train_epochs=args.epochs,
@@ -206,6 +258,7 @@ def main(argv: list[str] | None = None) -> int:
         processing_class=tokenizer,
         data_collator=DataCollatorWithPadding(tokenizer),
         compute_metrics=compute_metrics,
+        callbacks=[progress_callback()],
     )
 
     if training_args.disable_tqdm:
@@ -245,6 +298,8 @@ def main(argv: list[str] | None = None) -> int:
     metrics["train_seconds"] = round(train_seconds, 1)
     metrics["train_samples_per_second"] = round(train_output.metrics.get("train_samples_per_second", 0.0), 3)
     output_dir = run_dir / "train"
+    # Serve at the length the model was trained with: longer inputs cost more and were never seen in training.
+    tokenizer.model_max_length = prepared["max_seq_length"]
     with atomic_directory(output_dir) as tmp:
         trainer.save_model(str(tmp / "model"))
         tokenizer.save_pretrained(str(tmp / "model"))

@@ -132,7 +132,7 @@ def mlflow_server(tmp_path_factory) -> str:
     port = free_port()
     log = (home / "server.log").open("w")
     process = subprocess.Popen(
-        [PYTHON, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+        [PYTHON, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
          "--backend-store-uri", f"sqlite:///{home}/mlflow.db", "--artifacts-destination", str(home / "artifacts")],
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )

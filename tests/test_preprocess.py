@@ -186,7 +186,7 @@ def test_preprocess_rejects_injection_in_dataset_name(tmp_path, tiny_model_dir):
     process = run_task("preprocess", "--dataset-name", f'x"; open("{marker}", "w"); "',
                        "--pretrained-model", str(tiny_model_dir), "--workspace", str(tmp_path / "ws"))
     assert process.returncode == 2
-    assert "invalid value for --dataset-name" in process.stderr
+    assert "argument --dataset-name: invalid value" in process.stderr
     assert not marker.exists()
 
 

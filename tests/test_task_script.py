@@ -233,7 +233,7 @@ def test_render_real_task_rejects_injection(tmp_path: Path) -> None:
     result = subprocess.run(["bash", str(path)], cwd=tmp_path, capture_output=True, text=True, timeout=60)
 
     assert result.returncode == 2
-    assert "invalid value for --dataset-name" in result.stderr
+    assert "argument --dataset-name: invalid value" in result.stderr
     assert not list(tmp_path.rglob("MARKER"))
     assert (work / "nlp_workflow_tasks" / "preprocess.py").is_file()
 

@@ -44,16 +44,41 @@ def test_train_writes_model_metrics_and_history(prepared_run, tiny_model_dir):
 
 
 def test_train_resumes_from_last_checkpoint(prepared_run, caplog):
+    import shutil
+
+    assert train.main(train_args(prepared_run, "--epochs", "2")) == 0
+    checkpoints = sorted((prepared_run / "r1" / "train-work" / "checkpoints").glob("checkpoint-*"),
+                         key=lambda path: int(path.name.split("-")[1]))
+    assert len(checkpoints) == 2
+    # Simulate a task killed during epoch 2: only the epoch 1 checkpoint and no result remain.
+    shutil.rmtree(checkpoints[-1])
+    shutil.rmtree(prepared_run / "r1" / "train")
+    (prepared_run / "r1" / "train.json").unlink()
+
     caplog.set_level("INFO")
-    train.main(train_args(prepared_run, "--epochs", "1"))
-    assert "resuming" not in caplog.text
-    caplog.clear()
-    # A retry with the same run key picks up the saved checkpoint instead of starting again.
-    train.main(train_args(prepared_run, "--epochs", "2"))
-    assert "resuming from" in caplog.text
-    assert "checkpoint-" in caplog.text
+    assert train.main(train_args(prepared_run, "--epochs", "2")) == 0
+    assert f"resuming from {checkpoints[0]}" in caplog.text
+    assert "discarding" not in caplog.text
     history = json.loads((prepared_run / "r1" / "train" / "history.json").read_text())
     assert [record["epoch"] for record in history] == [1, 2]
+
+
+def test_train_discards_checkpoints_of_other_settings(prepared_run, caplog):
+    train.main(train_args(prepared_run, "--epochs", "1"))
+    caplog.set_level("INFO")
+    train.main(train_args(prepared_run, "--epochs", "1", "--learning-rate", "5e-4"))
+    assert "discarding checkpoints" in caplog.text
+    assert "resuming" not in caplog.text
+    parameters = json.loads((prepared_run / "r1" / "train" / "parameters.json").read_text())
+    assert parameters["learning_rate"] == 5e-4
+
+
+def test_train_saves_tokenizer_with_training_length(prepared_run):
+    from transformers import AutoTokenizer
+
+    train.main(train_args(prepared_run, "--epochs", "1"))
+    tokenizer = AutoTokenizer.from_pretrained(prepared_run / "r1" / "train" / "model")
+    assert tokenizer.model_max_length == 32
 
 
 def test_train_ignores_incomplete_checkpoint(prepared_run, tmp_path):

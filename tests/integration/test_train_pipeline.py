@@ -69,7 +69,8 @@ def test_bbc_minilm_pipeline_registers_servable_model(tmp_path, mlflow_server):
         assert handle.read(8) == b"\x89PNG\r\n\x1a\n"
 
     mlflow.set_tracking_uri(mlflow_server)
-    model = mlflow.pyfunc.load_model("models:/bbc-news-it/1")
+    (tmp_path / "loaded").mkdir()
+    model = mlflow.pyfunc.load_model("models:/bbc-news-it/1", dst_path=str(tmp_path / "loaded"))
     predictions = model.predict(pd.DataFrame({"text": NEW_TEXTS}))
     labels = {"business", "entertainment", "politics", "sports", "tech"}
     assert set(predictions["label"]) <= labels
