@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Run the whole product once on the BBC news corpus with the MiniLM model:
-# MLflow and the prediction service start, the train workflow trains and registers a version, the version
-# gets the alias `production`, the deploy workflow serves it, and sample predictions are printed.
+# Run the whole product once on the BBC news corpus with the MiniLM model.
+# MLflow and the prediction service start, and the train workflow trains and registers a version. That
+# version gets the alias `production`, the deploy workflow serves it, and sample predictions are printed.
 #
 #   scripts/demo.sh          run the demo (again: reuses what is installed and trains a new version)
 #   scripts/demo.sh stop     stop the servers this demo started, nothing else
@@ -20,7 +20,7 @@ repo_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo_dir"
 demo_dir="${DEMO_DIR:-$repo_dir/.demo}"
 ports_file="$demo_dir/ports.env"
-# `stop` uses the ports the demo was started with, whatever the environment says now.
+# `stop` uses the ports the demo was started with, even when the environment now sets others.
 if [[ "${1:-}" == "stop" && -f "$ports_file" ]]; then
     DEMO_MLFLOW_PORT="$(sed -n 's/^DEMO_MLFLOW_PORT=//p' "$ports_file")"
     DEMO_SERVICE_PORT="$(sed -n 's/^DEMO_SERVICE_PORT=//p' "$ports_file")"

@@ -244,5 +244,5 @@ def set_output(key: str, value: object) -> None:
     text = str(value)
     if "\n" in text or ")" in text:
         raise TaskError(f"output parameter {key} has a value DS cannot carry: {text!r}")
-    # Built from pieces so that DS never sees a placeholder in the script text itself.
+    # Built from pieces so that the script text itself contains no placeholder for DS to replace.
     print("$" + "{setValue(" + f"{key}={text})" + "}", flush=True)

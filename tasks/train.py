@@ -262,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     if training_args.disable_tqdm:
-        # Without progress bars the Trainer prints each log dict to stdout; the epoch lines below say the same.
+        # Without progress bars the Trainer prints each log dict to stdout, repeating the epoch lines logged below.
         trainer.remove_callback(PrinterCallback)
 
     resume_from = last_complete_checkpoint(work_dir / "checkpoints")
