@@ -205,3 +205,23 @@ def test_preprocess_help_lists_every_option():
     for option in ("--dataset-name", "--pretrained-model", "--workspace", "--run-key", "--text-column",
                    "--label-column", "--max-seq-length", "--max-samples", "--seed", "--decode-errors"):
         assert option in process.stdout
+
+
+def test_preprocess_classlabel_splits_like_yelp(tmp_path, tiny_model_dir, topic_rows):
+    # Hub datasets such as yelp_review_full carry ClassLabel names and their own train and test splits.
+    from datasets import ClassLabel, Dataset, Features, Value
+
+    names = ["business", "politics", "sports"]
+    features = Features({"text": Value("string"), "label": ClassLabel(names=names)})
+    rows = [{"text": text, "label": names.index(label)} for text, label in topic_rows]
+    folder = tmp_path / "yelp-like"
+    folder.mkdir()
+    Dataset.from_list(rows[::2], features=features).to_parquet(str(folder / "train.parquet"))
+    Dataset.from_list(rows[1::2], features=features).to_parquet(str(folder / "test.parquet"))
+
+    run_preprocess(tmp_path / "ws", folder, tiny_model_dir)
+    result = read_result(tmp_path / "ws")
+    assert result["label2id"] == {"business": 0, "politics": 1, "sports": 2}
+    assert result["rows"]["test"] == 18
+    assert result["rows"]["train"] + result["rows"]["validation"] == 18
+    assert set(result["label_counts"]["validation"]) == set(names)
