@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import socket
@@ -147,3 +148,18 @@ def mlflow_server(tmp_path_factory) -> str:
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
         log.close()
+
+
+ENVIRONMENT_CODES = {"nlp-workflow-python": 11, "gpu-python": 22}
+
+
+@pytest.fixture
+def offline_gateway(monkeypatch):
+    """Build pydolphinscheduler workflows without a gateway: task and environment codes are made up here."""
+    from pydolphinscheduler.java_gateway import gateway
+
+    codes = itertools.count(1001)
+    monkeypatch.setattr(gateway, "get_code_and_version",
+                        lambda project, workflow, task: {"code": next(codes), "version": 1})
+    monkeypatch.setattr(gateway, "query_environment_info", lambda name: ENVIRONMENT_CODES[name])
+    return gateway

@@ -20,6 +20,7 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
+from ds_substitution import ds_date_expressions, ds_shell_file, ds_substitute  # noqa: E402
 from workflows.task_script import GIT_COMMIT_ENV, render_task_script  # noqa: E402
 
 PYTHON = str(REPO_ROOT / ".venv" / "bin" / "python") if (REPO_ROOT / ".venv/bin/python").exists() else sys.executable
@@ -31,61 +32,6 @@ import json, os, sys
 with open(os.environ["RECORD_FILE"], "w", encoding="utf-8", errors="surrogateescape") as handle:
     json.dump({"argv": sys.argv[1:], "commit": os.environ.get("NLP_WORKFLOW_GIT_COMMIT")}, handle)
 """
-
-
-def ds_substitute(text: str, params: dict[str, str], visiting: tuple[str, ...] = ()) -> str:
-    """Replace `${name}` placeholders the way DS 3.2.2 does: as plain text, recursively into values,
-    leaving unknown names alone and failing on a circular reference."""
-    out = []
-    index = 0
-    while True:
-        start = text.find("${", index)
-        if start < 0:
-            out.append(text[index:])
-            return "".join(out)
-        end = _placeholder_end(text, start)
-        if end < 0:
-            out.append(text[index:])
-            return "".join(out)
-        name = ds_substitute(text[start + 2:end], params, visiting)
-        if name in visiting:
-            raise ValueError(f"circular placeholder reference {name!r}")
-        out.append(text[index:start])
-        if name in params:
-            out.append(ds_substitute(params[name], params, visiting + (name,)))
-        else:
-            out.append(text[start:end + 1])
-        index = end + 1
-
-
-def _placeholder_end(text: str, start: int) -> int:
-    depth = 0
-    index = start + 2
-    while index < len(text):
-        if text[index] == "}":
-            if depth == 0:
-                return index
-            depth -= 1
-        elif text[index] == "{":
-            depth += 1
-        index += 1
-    return -1
-
-
-def ds_date_expressions(text: str) -> str:
-    """Rewrite `$[...]` as DS does after the placeholders (the date itself does not matter here)."""
-    return re.sub(r"\$\[([^$\]]+)]", "20240101", text)
-
-
-def ds_shell_file(folder: Path, script: str, launcher: str | None) -> Path:
-    """Write the file the DS worker runs: header, cd to its folder, environment config, task script."""
-    lines = ["#!/bin/bash", "BASEDIR=$(cd `dirname $0`; pwd)", "cd $BASEDIR"]
-    if launcher is not None:
-        lines.append(f"export PYTHON_LAUNCHER={launcher}")
-    lines.append(script)
-    path = folder / "task_1_1.sh"
-    path.write_text("\n".join(lines), encoding="utf-8", errors="surrogateescape")
-    return path
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ replace that call with counting codes, so the definitions can be built and read 
 
 from __future__ import annotations
 
-import itertools
 import json
 import re
 import socket
@@ -26,19 +25,8 @@ sys.path.insert(0, str(REPO_ROOT))
 import pyds  # noqa: E402
 from workflows.params import DEPLOY_PARAMS, TRAIN_PARAMS, ParamError, global_params  # noqa: E402
 
-ENVIRONMENT_CODES = {"nlp-workflow-python": 11, "gpu-python": 22}
+from conftest import ENVIRONMENT_CODES  # noqa: E402
 BUILT_INS = {"system.workflow.instance.id", "system.task.instance.id"}
-
-
-@pytest.fixture
-def offline_gateway(monkeypatch):
-    from pydolphinscheduler.java_gateway import gateway
-
-    codes = itertools.count(1001)
-    monkeypatch.setattr(gateway, "get_code_and_version",
-                        lambda project, workflow, task: {"code": next(codes), "version": 1})
-    monkeypatch.setattr(gateway, "query_environment_info", lambda name: ENVIRONMENT_CODES[name])
-    return gateway
 
 
 @pytest.fixture
