@@ -1,7 +1,7 @@
 """How the DolphinScheduler 3.2.2 worker turns a Shell task's raw script into the file it runs.
 
-It pastes `${name}` values as plain text, recursively, leaving unknown names alone and failing on a
-circular reference (PropertyPlaceholderHelper), then rewrites `$[...]` date expressions, then writes a
+It pastes `${name}` values as plain text, recursively, and leaves unknown names alone; a circular
+reference fails (PropertyPlaceholderHelper). Then it rewrites `$[...]` date expressions. Last, it writes a
 header, a cd to the script's folder and the environment config before the script. Tests use these
 functions to run rendered task scripts under bash the way a worker would.
 """
