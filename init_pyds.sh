@@ -76,7 +76,7 @@ if [[ ! -f "$config_file" ]]; then
     "$PYDS_CLI" config --init
     echo "created $config_file"
 fi
-# The file holds the gateway token and the user's password.
+# The file contains the gateway token and the user's password.
 chmod 600 "$config_file"
 
 declare -A expected=(

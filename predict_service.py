@@ -3,7 +3,7 @@
 Run with `uvicorn predict_service:app --host 127.0.0.1 --port 8000`; settings come from environment
 variables prefixed PREDICT_ (see Settings). Concurrent requests are collected into batches and run on the
 model in one worker thread, and a new model is swapped in only after it has classified a test input.
-NOTE: run a single uvicorn worker. Each worker process holds its own model, and POST /update_model swaps
+NOTE: run a single uvicorn worker. Each worker process loads its own model, and POST /update_model swaps
 only the worker that receives the request.
 """
 

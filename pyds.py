@@ -281,6 +281,8 @@ def wait_for_instance(api, project_code: int, trigger_code: int, timeout: float)
         time.sleep(1.0)
 
 
+# NOTE: the state and log JSON shapes read below follow the DS 3.2.2 controllers; this loop has not run
+# against a live server yet.
 def follow(api, project_code: int, instance_id: int, args: argparse.Namespace) -> int:
     """Print task state changes until the workflow instance ends; return the exit status."""
     from workflows.ds_rest import FAILED_TASK_STATES, FINISHED_WORKFLOW_STATES

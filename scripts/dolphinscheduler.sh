@@ -304,7 +304,7 @@ EOF
     )
 }
 
-# Return 0 once REST health answers UP and the gateway port accepts connections.
+# Return 0 once REST health reports UP and the gateway port accepts connections.
 server_ready() {
     "$DS_PYTHON" - "$DS_API_PORT" "$DS_GATEWAY_PORT" <<'PY'
 import json, socket, sys, urllib.request

@@ -63,7 +63,7 @@ EOF
         fi
         sleep 1
     done
-    echo "error: MLflow did not answer $url/health within 120 s; see $log_file" >&2
+    echo "error: MLflow did not respond at $url/health within 120 s; see $log_file" >&2
     exit 1
 }
 

@@ -1,7 +1,8 @@
 """Deploy step 2: check that the prediction service is up before a model is sent to it.
 
 Waits for GET /health, then reads GET /ready. A service without a model passes, because on a first
-deploy the next step loads one. The step fails only when the service cannot be reached in time.
+deploy the next step loads one. The step fails when /health does not respond in time, or when /ready
+returns a status other than 200 or 503.
 By hand: python tasks/check_service.py --service-url http://127.0.0.1:8000 --timeout 30
 """
 

@@ -19,8 +19,8 @@ import sys
 import time
 from pathlib import Path
 
-# MLflow's own HTTP retries back off for minutes against a server that is down; this task retries by itself
-# a bounded number of times with a clear message instead. Set before mlflow is imported.
+# MLflow's own HTTP retries back off for minutes against a server that is down. This task instead retries
+# a bounded number of times and then fails with a clear message. Set before mlflow is imported.
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "60")
 
@@ -66,7 +66,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def connect(uri: str, attempts: int):
-    """Return an MlflowClient for `uri` after checking the server answers, retrying with backoff."""
+    """Return an MlflowClient for `uri` after checking that the server responds, retrying with backoff."""
     import mlflow
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient

@@ -68,7 +68,7 @@ def test_preprocess_drops_duplicates_and_empty_texts(tmp_path, tiny_model_dir, t
     assert "dropped 2 empty, 5 duplicate texts" in caplog.text
 
 
-def test_preprocess_keeps_given_splits_and_drops_unseen_test_labels(tmp_path, tiny_model_dir, topic_rows, caplog):
+def test_preprocess_given_splits_drop_unseen_labels(tmp_path, tiny_model_dir, topic_rows, caplog):
     folder = tmp_path / "data"
     folder.mkdir()
     write_csv(folder / "train.csv", ["text", "label"], topic_rows[:30])
@@ -120,7 +120,8 @@ def test_preprocess_missing_file_fails_cleanly(tmp_path, tiny_model_dir):
     process = run_task("preprocess", "--dataset-name", str(tmp_path / "nope.csv"), "--pretrained-model",
                        str(tiny_model_dir), "--workspace", str(tmp_path / "ws"), "--run-key", "r1")
     assert process.returncode == 2
-    assert "nope.csv" in process.stderr and "not found" in process.stderr
+    assert "nope.csv" in process.stderr
+    assert "not found" in process.stderr
     assert not (tmp_path / "ws" / "r1" / "preprocess.json").exists()
 
 

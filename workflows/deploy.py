@@ -4,7 +4,7 @@
 
 - fetch_model: resolve `model_name` / `model_version` (number, alias or latest) in MLflow and download it
   into <models_dir>/<model name>/<version>/; outputs `model_dir` and `fetched_model_version` (the number)
-- check_service: wait until `service_url` answers /health
+- check_service: wait until `service_url` responds to /health
 - update_model: make the service load `model_dir`; the admin token comes from PREDICT_ADMIN_TOKEN,
   which the DS environment exports, never from a parameter
 - test_service: classify sample texts and fail unless the answers name a known label and the version
